@@ -26,6 +26,9 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+# The loopback OTLP receivers (fixtures ``otlp_http`` and ``otlp_grpc``) live in their own module.
+pytest_plugins = ["otlp_receiver"]
+
 REPO = Path(__file__).resolve().parent.parent
 
 DEFAULT_ANSWERS: dict[str, Any] = {"app_name": "myapp"}
