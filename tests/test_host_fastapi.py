@@ -1,0 +1,110 @@
+"""FastAPI host: ``uvicorn myapp.demo_traffic_app:app`` serves the user's app, unchanged,
+plus demo traffic started and stopped by the app's lifespan."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import pytest
+
+from host_servers import Server, sample_project
+from lifespan_hosts import (
+    assert_clean_stop,
+    assert_demo_telemetry,
+    assert_one_generator,
+    assert_takeover_after_leader_dies,
+    run_script,
+)
+from otlp_receiver import OtlpReceiver
+
+SERVICE = "shop-fastapi"
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return sample_project(
+        "fastapi",
+        tmp_path_factory.mktemp("fastapi") / "project",
+        framework="fastapi",
+        app_target="myapp.main:app",
+    )
+
+
+def test_uvicorn_serves_the_app_and_its_lifespan_with_demo_traffic(
+    project: Path, otlp_http: OtlpReceiver
+) -> None:
+    command = ["uvicorn", "myapp.demo_traffic_app:app", "--port", "{port}"]
+    with Server.start(command, project, otlp_http, service_name=SERVICE) as server:
+        response = server.wait_until_serving("/")
+        assert response.status == 200
+        assert '"lifespan_ran":true' in response.body
+        assert server.get("/items/42").body == '{"item_id":42}'
+        assert_demo_telemetry(otlp_http, SERVICE)
+        assert_one_generator(otlp_http)
+        assert_clean_stop(server, otlp_http, signal.SIGTERM)
+
+
+def test_two_uvicorn_workers_run_one_generator_and_a_standby_takes_over(
+    project: Path, otlp_http: OtlpReceiver
+) -> None:
+    command = ["uvicorn", "myapp.demo_traffic_app:app", "--port", "{port}", "--workers", "2"]
+    with Server.start(command, project, otlp_http, service_name=SERVICE) as server:
+        assert server.wait_until_serving("/").status == 200
+        assert_one_generator(otlp_http, standing_by=1)
+        assert_takeover_after_leader_dies(otlp_http)
+        assert_clean_stop(server, otlp_http, signal.SIGINT)
+
+
+def test_attach_keeps_the_apps_lifespan_and_starts_one_generator_however_often_attached(
+    project: Path,
+) -> None:
+    output = run_script(
+        project,
+        """
+        from fastapi.testclient import TestClient
+
+        from myapp import demo_traffic
+        from myapp.main import app
+
+        demo_traffic.attach(app)
+        demo_traffic.attach(app)  # twice: still one generator
+
+        # A test client used without its lifespan starts nothing.
+        assert TestClient(app).get("/").json() == {"Hello": "World", "lifespan_ran": False}
+        assert started() == 0
+
+        with TestClient(app) as client:
+            assert client.get("/").json() == {"Hello": "World", "lifespan_ran": True}
+            wait_until(lambda: started() == 1)
+            time.sleep(0.3)
+        assert started() == 1 and stopped() == 1
+        """,
+    )
+    assert output.index("myapp's own lifespan started") < output.index("Demo traffic started")
+    assert output.index("Demo traffic stopped") < output.index("myapp's own lifespan ended")
+
+
+def test_lifespan_argument_and_attach_together_still_start_one_generator(project: Path) -> None:
+    run_script(
+        project,
+        """
+        from fastapi import FastAPI
+        from fastapi.testclient import TestClient
+
+        from myapp import demo_traffic
+
+        app = FastAPI(lifespan=demo_traffic.lifespan)
+        demo_traffic.attach(app)
+
+        @app.get("/")
+        async def root() -> dict[str, str]:
+            return {"ok": "yes"}
+
+        with TestClient(app) as client:
+            assert client.get("/").json() == {"ok": "yes"}
+            wait_until(lambda: started() == 1)
+            time.sleep(0.3)
+        assert started() == 1 and stopped() == 1
+        """,
+    )
