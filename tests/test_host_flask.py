@@ -1,0 +1,180 @@
+"""Flask host: `flask run` (with and without the reloader) and gunicorn, booted for real.
+
+Flask has no startup hook, so the adapter starts the generator with the first request a
+process serves: never in the reloader's parent, gunicorn's arbiter or `flask` commands.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from host_servers import (
+    TICK_MS,
+    Server,
+    demo_logs,
+    demo_warnings,
+    flock_holder,
+    generators_started,
+    hold_a_worker,
+    lines_without,
+    sample_project,
+    telemetry_env,
+    wait_for,
+)
+from otlp_receiver import OtlpReceiver
+from test_quality import assert_reads_hand_written, check_python_files
+
+SERVICE = "shop-web"
+DEMO_SPANS = {"GET cache", "SELECT users", "process send_email"}  # some of what it plays
+
+
+def flask_project(tmp_path: Path, app_target: str = "myapp.app:app") -> Path:
+    return sample_project("flask", tmp_path, framework="flask", app_target=app_target)
+
+
+def assert_demo_telemetry_arrives(receiver: OtlpReceiver) -> None:
+    """Spans, metrics and logs of the generator, all under the app's service.name."""
+    wait_for(
+        receiver,
+        lambda r: (
+            any(s.scope == "myapp.demo_traffic" for s in r.spans())
+            and "http.server.request.duration" in r.metric_names()
+            and generators_started(r)
+        ),
+        "demo spans, metrics and the start log",
+    )
+    demo_spans = [span for span in receiver.spans() if span.scope == "myapp.demo_traffic"]
+    assert {span.service_name for span in demo_spans} == {SERVICE}
+    assert {record.service_name for record in demo_logs(receiver)} == {SERVICE}
+    assert {m.service_name for m in receiver.metrics() if m.scope == "myapp.demo_traffic"} == {
+        SERVICE
+    }
+
+
+def assert_one_generator(receiver: OtlpReceiver) -> None:
+    """One start log and one t=0 warning, still so several ticks (and exports) later."""
+    time.sleep(6 * TICK_MS / 1000 + 0.5)
+    assert len(generators_started(receiver)) == 1
+    assert len(demo_warnings(receiver)) == 1
+
+
+def assert_clean_stop(server: Server, receiver: OtlpReceiver, signal_number: int) -> None:
+    took = server.stop(signal_number)
+    assert took < 8, f"took {took:.1f}s to stop"
+    stopped = receiver.wait_for(lambda r: demo_logs(r, "Demo traffic stopped"), timeout=10)
+    assert stopped, f"no stop log; the server said:\n{server.output()}"
+    assert not list(lines_without(server.output())), server.output()
+
+
+@pytest.mark.parametrize(
+    ("reloader", "app_target", "path"),
+    [(False, "myapp.app:app", "/"), (True, "myapp.factory:create_app()", "/hello")],
+    ids=["plain", "debug-reloader-factory"],
+)
+def test_flask_run_serves_the_app_with_one_generator(
+    tmp_path: Path, otlp_http: OtlpReceiver, reloader: bool, app_target: str, path: str
+) -> None:
+    project = flask_project(tmp_path, app_target)
+    command = ["flask", "--app", "myapp.demo_traffic_app", "run", "--port", "{port}"]
+    with Server.start([*command, "--debug"] if reloader else command, project, otlp_http) as server:
+        assert server.wait_until_serving(path).status == 200
+        if reloader:
+            assert server.children(), "the reloader should serve from a child process"
+        assert_demo_telemetry_arrives(otlp_http)
+        assert_one_generator(otlp_http)
+        assert_clean_stop(server, otlp_http, signal.SIGINT)
+
+
+@pytest.mark.parametrize("preload", [False, True], ids=["workers", "preload"])
+def test_gunicorn_two_workers_one_generator_that_moves_when_its_worker_dies(
+    tmp_path: Path, otlp_http: OtlpReceiver, preload: bool
+) -> None:
+    project = flask_project(tmp_path)
+    command = ["gunicorn", "-w", "2", "-b", "127.0.0.1:{port}", "myapp.demo_traffic_app:app"]
+    with Server.start(
+        [*command, "--preload"] if preload else command, project, otlp_http
+    ) as server:
+        assert server.wait_until_serving("/").status == 200
+        # Each worker serves a request, so each has its generator: one leads, one stands by.
+        held = hold_a_worker(server.port)
+        assert server.get("/").status == 200
+        held.sendall(b"\r\n")
+        assert b" 200 " in held.recv(1024)
+        held.close()
+        wait_for(otlp_http, lambda r: demo_logs(r, "Demo traffic is already running"), "standby")
+        assert_demo_telemetry_arrives(otlp_http)
+        assert_one_generator(otlp_http)
+        assert len(server.children()) == 2
+
+        lock_file = demo_logs(otlp_http, "Demo traffic is already running")[0].attributes[
+            "lock_file"
+        ]
+        leader = flock_holder(lock_file)
+        assert leader in server.children()
+        killed_at = time.time_ns()
+        os.kill(leader, signal.SIGKILL)
+        wait_for(otlp_http, lambda r: len(generators_started(r)) == 2, "the standby to take over")
+        took_over_at = generators_started(otlp_http)[1].time_ns
+        assert (took_over_at - killed_at) / 1e9 < 2 * TICK_MS / 1000 + 0.3
+        assert flock_holder(lock_file) in server.children()
+        assert_clean_stop(server, otlp_http, signal.SIGTERM)
+
+
+def test_flask_commands_and_testing_clients_start_nothing(
+    tmp_path: Path, otlp_http: OtlpReceiver
+) -> None:
+    project = flask_project(tmp_path)
+    env = {**os.environ, **telemetry_env(otlp_http, SERVICE), "PYTHONPATH": str(project)}
+    bin_dir = Path(sys.executable).parent
+    routes = subprocess.run(
+        [
+            bin_dir / "opentelemetry-instrument",
+            bin_dir / "flask",
+            "--app",
+            "myapp.demo_traffic_app",
+            "routes",
+        ],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert "hello_world" in routes.stdout
+    client_script = """
+import threading
+from myapp.demo_traffic_app import app
+
+app.testing = True
+assert app.test_client().get("/").status_code == 200
+assert "demo-traffic" not in {t.name for t in threading.enumerate()}, "started under TESTING"
+app.testing = False
+assert app.test_client().get("/").status_code == 200
+assert "demo-traffic" in {t.name for t in threading.enumerate()}, "a served request starts it"
+"""
+    subprocess.run(
+        [sys.executable, "-c", client_script],
+        cwd=project,
+        env={**env, "OTEL_SDK_DISABLED": "true"},
+        timeout=60,
+        check=True,
+    )
+    otlp_http.wait_for(lambda r: r.log_records(), timeout=1)
+    assert not demo_logs(otlp_http)
+
+
+def test_rendered_flask_files_pass_ruff_and_mypy_strict(tmp_path: Path) -> None:
+    # A factory and a custom interval; the attribute form is served by the tests above.
+    answers = {"app_target": "myapp.factory:create_app()", "interval_ms": 500}
+    project = sample_project("flask", tmp_path, framework="flask", **answers)
+    files = [project / "myapp" / "demo_traffic.py", project / "myapp" / "demo_traffic_app.py"]
+    for path in files:
+        assert_reads_hand_written(path)
+    check_python_files(files, cwd=project)
