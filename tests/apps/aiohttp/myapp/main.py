@@ -7,6 +7,7 @@ import logging
 from aiohttp import web
 
 logger = logging.getLogger(__name__)
+logging.getLogger().addHandler(logging.StreamHandler())  # the app's console log
 STARTED = web.AppKey("started", bool)
 
 

@@ -7,6 +7,7 @@ import logging
 from quart import Quart
 
 logger = logging.getLogger(__name__)
+logging.getLogger().addHandler(logging.StreamHandler())  # the app's console log
 
 
 def create_app() -> Quart:

@@ -1,0 +1,258 @@
+"""Quart host: ``hypercorn myapp.demo_traffic_app:app`` and ``quart --app ... run`` serve the
+user's app plus one demo traffic generator, run from ``before_serving`` / ``after_serving``.
+
+The sample app (tests/apps/quart) is the one Quart's docs write, with a before_serving hook of
+its own. Servers run under ``opentelemetry-instrument`` and export to a loopback receiver.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from host_servers import (
+    Response,
+    Server,
+    demo_logs,
+    demo_warnings,
+    generators_started,
+    lines_without,
+    sample_project,
+    wait_for,
+)
+from otlp_receiver import OtlpHttpReceiver, OtlpReceiver
+from quart import Quart
+from test_quality import assert_reads_hand_written, check_python_files
+
+from conftest import load_module
+
+SERVICE = "shop-quart"
+HYPERCORN = ["hypercorn", "--bind", "127.0.0.1:{port}", "myapp.demo_traffic_app:app"]
+QUART_RUN = ["quart", "--app", "myapp.demo_traffic_app", "run", "--host", "127.0.0.1"]
+QUART_RUN += ["--port", "{port}"]
+DEMO_METRICS = {
+    "http.server.request.duration",
+    "db.client.operation.duration",
+    "job.duration",
+    "cache.operations",
+}
+# The user also wired the demo into their own code: the wiring file then attaches twice.
+PERMANENT_WIRING = "\nfrom myapp.demo_traffic import attach  # noqa: E402\n\nattach(app)\n"
+
+
+def quart_project(destination: Path, app_target: str = "myapp.app:app") -> Path:
+    return sample_project("quart", destination, framework="quart", app_target=app_target)
+
+
+def demo_spans(receiver: OtlpReceiver) -> list:
+    return [span for span in receiver.spans() if span.scope == "myapp.demo_traffic"]
+
+
+def demo_metric_names(receiver: OtlpReceiver) -> set[str]:
+    return {metric.name for metric in receiver.metrics() if metric.scope == "myapp.demo_traffic"}
+
+
+def demo_errors(receiver: OtlpReceiver) -> list:
+    return [record for record in demo_logs(receiver) if record.severity_text == "ERROR"]
+
+
+# --- The real server: hypercorn ---------------------------------------------------------
+
+
+@dataclass
+class Served:
+    server: Server
+    receiver: OtlpHttpReceiver
+    home: Response
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """One server for the read-only promises: booted, asked, and left to tick for a while."""
+    project = quart_project(tmp_path_factory.mktemp("quart_served"))
+    with (project / "myapp" / "app.py").open("a") as app_module:
+        app_module.write(PERMANENT_WIRING)
+    receiver = OtlpHttpReceiver().start()
+    try:
+        with Server.start(HYPERCORN, project, receiver, service_name=SERVICE) as server:
+            home = server.wait_until_serving("/")
+            wait_for(receiver, generators_started, "the generator's start")
+            wait_for(receiver, lambda r: demo_metric_names(r) >= DEMO_METRICS, "demo metrics")
+            time.sleep(1.0)  # four more ticks: time enough for a second generator to show
+            yield Served(server, receiver, home)
+    finally:
+        receiver.stop()
+
+
+def test_users_routes_and_startup_hook_still_answer(served: Served) -> None:
+    assert (served.home.status, served.home.body) == (200, "hello (startup hook ran: True)")
+
+
+def test_demo_spans_metrics_and_logs_arrive_with_the_apps_service_name(served: Served) -> None:
+    spans, logs = demo_spans(served.receiver), demo_logs(served.receiver)
+    metrics = [m for m in served.receiver.metrics() if m.scope == "myapp.demo_traffic"]
+    assert {span.kind for span in spans} >= {"SERVER", "CLIENT", "CONSUMER"}
+    assert {metric.name for metric in metrics} >= DEMO_METRICS
+    assert any(" — " in str(record.body) for record in logs)
+    assert {item.service_name for item in [*spans, *logs, *metrics]} == {SERVICE}
+
+
+def test_one_generator_although_attached_twice(served: Served) -> None:
+    assert len(generators_started(served.receiver)) == 1
+    assert demo_logs(served.receiver, "Demo traffic is already running") == []
+    # The first warning and error come at start, the next after 10 s and 24 s.
+    assert len(demo_warnings(served.receiver)) == 1
+    assert len(demo_errors(served.receiver)) == 1
+
+
+def test_demo_spans_are_roots_of_their_own_traces(served: Served) -> None:
+    spans = demo_spans(served.receiver)
+    assert spans
+    assert {span.parent_span_id for span in spans} == {""}
+
+
+# How each server is stopped in practice: a process manager signals hypercorn's main process
+# (its spawned worker then shuts down through after_serving), Ctrl-C signals the whole
+# foreground group, and `quart run` is a single process.
+STOPS = {
+    "hypercorn-TERM-main": (HYPERCORN, signal.SIGTERM, False),
+    "hypercorn-INT-group": (HYPERCORN, signal.SIGINT, True),
+    "quart-run-TERM": (QUART_RUN, signal.SIGTERM, False),
+}
+
+
+@pytest.mark.parametrize("stop", sorted(STOPS))
+def test_signal_stops_server_and_generator_cleanly(
+    stop: str, tmp_path: Path, otlp_http: OtlpHttpReceiver
+) -> None:
+    command, signal_number, whole_group = STOPS[stop]
+    project = quart_project(tmp_path)
+    with Server.start(command, project, otlp_http, service_name=SERVICE) as server:
+        server.wait_until_serving("/")
+        wait_for(otlp_http, generators_started, "the generator's start")
+        if whole_group:
+            seconds = server.stop(signal_number)
+        else:
+            started = time.monotonic()
+            os.kill(server.process.pid, signal_number)
+            server.process.wait(10)
+            seconds = time.monotonic() - started
+        assert server.process.returncode == 0, server.output()
+    assert seconds < 6, f"took {seconds:.1f} s to exit"
+    wait_for(otlp_http, lambda r: demo_logs(r, "Demo traffic stopped"), "the stop", timeout=5)
+    assert list(lines_without(server.output())) == []
+
+
+def test_quart_run_reloader_restarts_with_exactly_one_generator(
+    tmp_path: Path, otlp_http: OtlpHttpReceiver
+) -> None:
+    """Quart's reloader re-executes the serving process; an app factory target, too."""
+    project = quart_project(tmp_path, app_target="myapp.app:create_app()")
+    with Server.start([*QUART_RUN, "--reload"], project, otlp_http, service_name=SERVICE) as server:
+        server.wait_until_serving("/")
+        wait_for(otlp_http, generators_started, "the first generator's start")
+        edited = project / "myapp" / "app.py"
+        later = time.time() + 5
+        os.utime(edited, (later, later))
+        wait_for(otlp_http, lambda r: len(generators_started(r)) == 2, "the restart's generator")
+        home = server.wait_until_serving("/")
+        time.sleep(1.0)
+        assert home.body == "hello (startup hook ran: True)"
+        assert server.children() == []  # the reloader runs in the serving process itself
+    assert len(generators_started(otlp_http)) == 2
+    assert demo_logs(otlp_http, "Demo traffic is already running") == []
+    assert len(demo_warnings(otlp_http)) == 2  # one at each generator's start, never two at once
+
+
+# --- The adapter in-process, with Quart's own test client and test app --------------------
+
+
+@pytest.fixture(scope="module")
+def adapter(tmp_path_factory: pytest.TempPathFactory) -> ModuleType:
+    project = quart_project(tmp_path_factory.mktemp("quart_adapter"))
+    return load_module(project / "myapp" / "demo_traffic.py")
+
+
+def messages(caplog: pytest.LogCaptureFixture, prefix: str) -> int:
+    return sum(record.getMessage().startswith(prefix) for record in caplog.records)
+
+
+def sample_app() -> Quart:
+    app = Quart(__name__)
+
+    @app.route("/")
+    async def hello() -> str:
+        return "hello"
+
+    return app
+
+
+def test_test_client_without_serving_hooks_starts_nothing(
+    adapter: ModuleType, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    app = adapter.attach(sample_app())
+
+    async def scenario() -> bytes:
+        response = await app.test_client().get("/")
+        await asyncio.sleep(0.1)
+        assert asyncio.all_tasks() == {asyncio.current_task()}
+        return await response.get_data()
+
+    assert asyncio.run(scenario()) == b"hello"
+    assert messages(caplog, "Demo traffic started") == 0
+
+
+def test_serving_twice_runs_one_generator_each_time_for_two_attaches(
+    adapter: ModuleType, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    app = adapter.attach(adapter.attach(sample_app()))
+
+    async def scenario() -> None:
+        for serving in (1, 2):
+            async with app.test_app() as test_app:
+                response = await test_app.test_client().get("/")
+                assert await response.get_data() == b"hello"
+                await asyncio.sleep(0.2)
+                assert messages(caplog, "Demo traffic started") == serving
+                assert messages(caplog, "Demo traffic is already running") == 0
+            assert messages(caplog, "Demo traffic stopped") == serving
+            assert asyncio.all_tasks() == {asyncio.current_task()}
+
+    asyncio.run(scenario())
+
+
+def test_bad_setting_turns_the_demo_off_not_the_app(
+    adapter: ModuleType, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DEMO_TRAFFIC_INTERVAL_MS", "soon")
+    app = adapter.attach(sample_app())
+
+    async def scenario() -> bytes:
+        async with app.test_app() as test_app:
+            response = await test_app.test_client().get("/")
+            return await response.get_data()
+
+    assert asyncio.run(scenario()) == b"hello"
+    assert messages(caplog, "Demo traffic is off") == 1
+
+
+# --- What users receive: readable, lint-clean, type-checked --------------------------------
+
+
+def test_rendered_files_pass_ruff_and_mypy_strict(tmp_path: Path) -> None:
+    for variant, app_target in enumerate(["myapp.app:app", "myapp.app:create_app()"]):
+        project = quart_project(tmp_path / str(variant), app_target=app_target)
+        files = [project / "myapp" / "demo_traffic.py", project / "myapp" / "demo_traffic_app.py"]
+        for path in files:
+            assert_reads_hand_written(path)
+        check_python_files(files, cwd=project, mypy_cache=tmp_path / "mypy")
