@@ -94,9 +94,24 @@ def assert_takeover_after_leader_dies(receiver: OtlpReceiver) -> None:
     assert new_leader not in (None, leader)
 
 
-def assert_clean_stop(server: Server, receiver: OtlpReceiver, signal_number: int) -> None:
-    """The signal stops the server promptly, the generator says it stopped, nothing leaks."""
-    took = server.stop(signal_number)
+def assert_clean_stop(
+    server: Server, receiver: OtlpReceiver, signal_number: int, *, main_only: bool = False
+) -> None:
+    """The signal stops the server promptly, the generator says it stopped, nothing leaks.
+
+    The signal goes to the server's whole process group (Ctrl-C in a terminal), or with
+    ``main_only`` to its main process alone (what ``docker stop`` or ``kill PID`` do).
+    """
+    if main_only:
+        started = time.monotonic()
+        os.kill(server.process.pid, signal_number)
+        try:
+            server.process.wait(STOP_WITHIN_S)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"still running:\n{server.output()}") from None
+        took = time.monotonic() - started
+    else:
+        took = server.stop(signal_number)
     assert took < STOP_WITHIN_S, f"took {took:.1f} s to stop:\n{server.output()}"
     wait_for(receiver, lambda r: demo_logs(r, "Demo traffic stopped"), "the stop record", 5)
     unclean = list(lines_without(server.output()))
