@@ -19,7 +19,7 @@ from types import ModuleType
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from otlp_receiver import OtlpHttpReceiver
+from conftest import load_module
 from host_servers import (
     Response,
     Server,
@@ -30,9 +30,9 @@ from host_servers import (
     sample_project,
     wait_for,
 )
+from lifespan_hosts import assert_one_generator, assert_takeover_after_leader_dies
+from otlp_receiver import OtlpHttpReceiver
 from test_quality import assert_reads_hand_written, check_python_files
-
-from conftest import load_module
 
 SERVICE = "shop-aiohttp"
 SERVE = ["python", "-m", "aiohttp.web", "-H", "127.0.0.1", "-P", "{port}"]
@@ -152,6 +152,18 @@ def test_app_factory_target_serves_with_one_generator(
         assert len(generators_started(otlp_http)) == 1
 
 
+def test_two_gunicorn_workers_run_one_generator_and_a_standby_takes_over(
+    tmp_path: Path, otlp_http: OtlpHttpReceiver
+) -> None:
+    project = aiohttp_project(tmp_path)
+    command = ["gunicorn", "--bind", "127.0.0.1:{port}", "--workers", "2"]
+    command += ["--worker-class", "aiohttp.GunicornWebWorker", "myapp.demo_traffic_app:app"]
+    with Server.start(command, project, otlp_http, service_name=SERVICE) as server:
+        server.wait_until_serving("/")
+        assert_one_generator(otlp_http, standing_by=1)
+        assert_takeover_after_leader_dies(otlp_http)
+
+
 # --- The adapter in-process, with aiohttp's own test server ------------------------------
 
 
@@ -200,7 +212,7 @@ def test_attaching_a_started_app_says_it_is_too_late(adapter: ModuleType) -> Non
     async def scenario() -> None:
         app = web.Application()
         async with TestClient(TestServer(app)):
-            with pytest.raises(RuntimeError, match="too late.*before web.run_app"):
+            with pytest.raises(RuntimeError, match=r"too late.*before web.run_app"):
                 adapter.attach(app)
 
     asyncio.run(scenario())

@@ -18,6 +18,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from conftest import load_module
 from host_servers import (
     Response,
     Server,
@@ -28,11 +29,10 @@ from host_servers import (
     sample_project,
     wait_for,
 )
+from lifespan_hosts import assert_one_generator
 from otlp_receiver import OtlpHttpReceiver, OtlpReceiver
 from quart import Quart
 from test_quality import assert_reads_hand_written, check_python_files
-
-from conftest import load_module
 
 SERVICE = "shop-quart"
 HYPERCORN = ["hypercorn", "--bind", "127.0.0.1:{port}", "myapp.demo_traffic_app:app"]
@@ -170,6 +170,17 @@ def test_quart_run_reloader_restarts_with_exactly_one_generator(
     assert len(generators_started(otlp_http)) == 2
     assert demo_logs(otlp_http, "Demo traffic is already running") == []
     assert len(demo_warnings(otlp_http)) == 2  # one at each generator's start, never two at once
+
+
+def test_two_hypercorn_workers_run_one_generator_and_a_standby(
+    tmp_path: Path, otlp_http: OtlpHttpReceiver
+) -> None:
+    """(A worker that dies makes hypercorn stop them all, so there is no takeover to see.)"""
+    project = quart_project(tmp_path)
+    command = [*HYPERCORN, "--workers", "2"]
+    with Server.start(command, project, otlp_http, service_name=SERVICE) as server:
+        server.wait_until_serving("/")
+        assert_one_generator(otlp_http, standing_by=1)
 
 
 # --- The adapter in-process, with Quart's own test client and test app --------------------
