@@ -46,7 +46,7 @@ def assert_demo_telemetry(receiver: OtlpReceiver, service_name: str) -> None:
         spans = [span for span in receiver.spans() if span.scope == DEMO_LOGGER]
         metrics = {m.name for m in receiver.metrics() if m.scope == DEMO_LOGGER}
         logs = [record for record in demo_logs(receiver) if record.trace_id]
-        return bool(spans and logs and DEMO_METRICS <= metrics)
+        return bool(spans and logs and metrics >= DEMO_METRICS)
 
     wait_for(receiver, arrived, "demo spans, metrics and logs", timeout=20)
     spans = [span for span in receiver.spans() if span.scope == DEMO_LOGGER]
@@ -60,7 +60,7 @@ def assert_demo_telemetry(receiver: OtlpReceiver, service_name: str) -> None:
 def assert_one_generator(receiver: OtlpReceiver, standing_by: int = 0) -> None:
     """One 'Demo traffic started' and one first warning, however many workers serve;
     ``standing_by`` other workers say they stand by."""
-    wait_for(receiver, lambda r: generators_started(r), "a generator to start", timeout=20)
+    wait_for(receiver, generators_started, "a generator to start", timeout=20)
     wait_for(
         receiver,
         lambda r: len(demo_logs(r, "Demo traffic is already running")) >= standing_by,
@@ -165,6 +165,7 @@ def run_script(project: Path, body: str, timeout: float = 30.0) -> str:
         capture_output=True,
         text=True,
         timeout=timeout,
+        check=False,
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output

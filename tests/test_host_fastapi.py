@@ -1,4 +1,4 @@
-"""FastAPI host: ``uvicorn myapp.demo_traffic_app:app`` serves the user's app, unchanged,
+"""FastAPI host: ``uvicorn myapp.observability.demo_traffic_app:app`` serves the user's app,
 plus demo traffic started and stopped by the app's lifespan."""
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from lifespan_hosts import (
     run_script,
 )
 from otlp_receiver import OtlpReceiver
+from test_quality import assert_reads_hand_written, check_python_files
 
 SERVICE = "shop-fastapi"
 
@@ -28,13 +29,14 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
         tmp_path_factory.mktemp("fastapi") / "project",
         framework="fastapi",
         app_target="myapp.main:app",
+        package_dir="myapp/observability",  # generated files in a subpackage of the app
     )
 
 
 def test_uvicorn_serves_the_app_and_its_lifespan_with_demo_traffic(
     project: Path, otlp_http: OtlpReceiver
 ) -> None:
-    command = ["uvicorn", "myapp.demo_traffic_app:app", "--port", "{port}"]
+    command = ["uvicorn", "myapp.observability.demo_traffic_app:app", "--port", "{port}"]
     with Server.start(command, project, otlp_http, service_name=SERVICE) as server:
         response = server.wait_until_serving("/")
         assert response.status == 200
@@ -48,7 +50,14 @@ def test_uvicorn_serves_the_app_and_its_lifespan_with_demo_traffic(
 def test_two_uvicorn_workers_run_one_generator_and_a_standby_takes_over(
     project: Path, otlp_http: OtlpReceiver
 ) -> None:
-    command = ["uvicorn", "myapp.demo_traffic_app:app", "--port", "{port}", "--workers", "2"]
+    command = [
+        "uvicorn",
+        "myapp.observability.demo_traffic_app:app",
+        "--port",
+        "{port}",
+        "--workers",
+        "2",
+    ]
     with Server.start(command, project, otlp_http, service_name=SERVICE) as server:
         assert server.wait_until_serving("/").status == 200
         assert_one_generator(otlp_http, standing_by=1)
@@ -64,7 +73,7 @@ def test_attach_keeps_the_apps_lifespan_and_starts_one_generator_however_often_a
         """
         from fastapi.testclient import TestClient
 
-        from myapp import demo_traffic
+        from myapp.observability import demo_traffic
         from myapp.main import app
 
         demo_traffic.attach(app)
@@ -92,7 +101,7 @@ def test_lifespan_argument_and_attach_together_still_start_one_generator(project
         from fastapi import FastAPI
         from fastapi.testclient import TestClient
 
-        from myapp import demo_traffic
+        from myapp.observability import demo_traffic
 
         app = FastAPI(lifespan=demo_traffic.lifespan)
         demo_traffic.attach(app)
@@ -108,3 +117,15 @@ def test_lifespan_argument_and_attach_together_still_start_one_generator(project
         assert started() == 1 and stopped() == 1
         """,
     )
+
+
+def test_rendered_files_read_as_hand_written_and_pass_ruff_and_mypy_strict(project: Path) -> None:
+    package = project / "myapp" / "observability"
+    files = [package / "demo_traffic.py", package / "demo_traffic_app.py"]
+    for path in files:
+        assert_reads_hand_written(path)
+    # The user's module sorts before the generated one, as isort wants it.
+    assert (
+        "from myapp.main import app as your_app\nfrom myapp.observability" in files[1].read_text()
+    )
+    check_python_files(files, cwd=project)

@@ -16,6 +16,7 @@ from lifespan_hosts import (
     run_script,
 )
 from otlp_receiver import OtlpReceiver
+from test_quality import assert_reads_hand_written, check_python_files
 
 SERVICE = "shop-litestar"
 RUN = ["litestar", "--app", "myapp.demo_traffic_app:app", "run", "--host", "127.0.0.1"]
@@ -34,7 +35,9 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_litestar_run_serves_the_app_and_its_lifespan_with_demo_traffic(
     project: Path, otlp_http: OtlpReceiver
 ) -> None:
-    with Server.start([*RUN, "--port", "{port}"], project, otlp_http, service_name=SERVICE) as server:
+    with Server.start(
+        [*RUN, "--port", "{port}"], project, otlp_http, service_name=SERVICE
+    ) as server:
         response = server.wait_until_serving("/")
         assert response.status == 200
         assert response.body == '{"hello":"world","lifespan_ran":true}'
@@ -99,3 +102,10 @@ def test_lifespan_in_the_constructor_keeps_the_apps_own(project: Path) -> None:
     )
     assert output.index("myapp's own lifespan started") < output.index("Demo traffic started")
     assert output.index("Demo traffic stopped") < output.index("myapp's own lifespan ended")
+
+
+def test_rendered_files_read_as_hand_written_and_pass_ruff_and_mypy_strict(project: Path) -> None:
+    files = [project / "myapp" / "demo_traffic.py", project / "myapp" / "demo_traffic_app.py"]
+    for path in files:
+        assert_reads_hand_written(path)
+    check_python_files(files, cwd=project)

@@ -16,6 +16,7 @@ from lifespan_hosts import (
     run_script,
 )
 from otlp_receiver import OtlpReceiver
+from test_quality import assert_reads_hand_written, check_python_files
 
 SERVICE = "shop-starlette"
 
@@ -105,3 +106,10 @@ def test_attach_says_what_it_needs_when_given_something_else(project: Path) -> N
             raise AssertionError("attach() accepted an app without a router")
         """,
     )
+
+
+def test_rendered_files_read_as_hand_written_and_pass_ruff_and_mypy_strict(project: Path) -> None:
+    files = [project / "myapp" / "demo_traffic.py", project / "myapp" / "demo_traffic_app.py"]
+    for path in files:
+        assert_reads_hand_written(path)
+    check_python_files(files, cwd=project)
