@@ -18,58 +18,44 @@ from host_servers import (
     TICK_MS,
     Server,
     demo_logs,
-    demo_warnings,
-    flock_holder,
     generators_started,
     hold_a_worker,
     lines_without,
     sample_project,
     telemetry_env,
-    wait_for,
+)
+from lifespan_hosts import (
+    assert_clean_stop,
+    assert_demo_telemetry,
+    assert_one_generator,
+    assert_takeover_after_leader_dies,
 )
 from otlp_receiver import OtlpReceiver
 from test_quality import assert_reads_hand_written, check_python_files
 
-SERVICE = "shop-web"
+SERVICE = "shop-web"  # what Server.start names the served app
+
 DEMO_SPANS = {"GET cache", "SELECT users", "process send_email"}  # some of what it plays
+
+
+def assert_quiet_prompt_stop(server: Server) -> None:
+    """Ctrl-C with a reloader: its parent SIGKILLs the serving child 0.25 s later (that is
+    what subprocess.call does on KeyboardInterrupt), often before the generator's last
+    records are exported, so only a prompt exit with nothing unclean printed is checked."""
+    took = server.stop(signal.SIGINT)
+    assert took < 5, f"took {took:.1f} s to stop:\n{server.output()}"
+    assert not list(lines_without(server.output())), server.output()
+
+
+def assert_takeover_within_two_ticks(receiver: OtlpReceiver) -> None:
+    killed_at = time.time_ns()
+    assert_takeover_after_leader_dies(receiver)
+    took_over_at = generators_started(receiver)[1].time_ns
+    assert (took_over_at - killed_at) / 1e9 < 2 * TICK_MS / 1000 + 0.3
 
 
 def flask_project(tmp_path: Path, app_target: str = "myapp.app:app") -> Path:
     return sample_project("flask", tmp_path, framework="flask", app_target=app_target)
-
-
-def assert_demo_telemetry_arrives(receiver: OtlpReceiver) -> None:
-    """Spans, metrics and logs of the generator, all under the app's service.name."""
-    wait_for(
-        receiver,
-        lambda r: (
-            any(s.scope == "myapp.demo_traffic" for s in r.spans())
-            and "http.server.request.duration" in r.metric_names()
-            and generators_started(r)
-        ),
-        "demo spans, metrics and the start log",
-    )
-    demo_spans = [span for span in receiver.spans() if span.scope == "myapp.demo_traffic"]
-    assert {span.service_name for span in demo_spans} == {SERVICE}
-    assert {record.service_name for record in demo_logs(receiver)} == {SERVICE}
-    assert {m.service_name for m in receiver.metrics() if m.scope == "myapp.demo_traffic"} == {
-        SERVICE
-    }
-
-
-def assert_one_generator(receiver: OtlpReceiver) -> None:
-    """One start log and one t=0 warning, still so several ticks (and exports) later."""
-    time.sleep(6 * TICK_MS / 1000 + 0.5)
-    assert len(generators_started(receiver)) == 1
-    assert len(demo_warnings(receiver)) == 1
-
-
-def assert_clean_stop(server: Server, receiver: OtlpReceiver, signal_number: int) -> None:
-    took = server.stop(signal_number)
-    assert took < 8, f"took {took:.1f}s to stop"
-    stopped = receiver.wait_for(lambda r: demo_logs(r, "Demo traffic stopped"), timeout=10)
-    assert stopped, f"no stop log; the server said:\n{server.output()}"
-    assert not list(lines_without(server.output())), server.output()
 
 
 @pytest.mark.parametrize(
@@ -86,9 +72,12 @@ def test_flask_run_serves_the_app_with_one_generator(
         assert server.wait_until_serving(path).status == 200
         if reloader:
             assert server.children(), "the reloader should serve from a child process"
-        assert_demo_telemetry_arrives(otlp_http)
+        assert_demo_telemetry(otlp_http, SERVICE)
         assert_one_generator(otlp_http)
-        assert_clean_stop(server, otlp_http, signal.SIGINT)
+        if reloader:
+            assert_quiet_prompt_stop(server)
+        else:
+            assert_clean_stop(server, otlp_http, signal.SIGINT)
 
 
 @pytest.mark.parametrize("preload", [False, True], ids=["workers", "preload"])
@@ -107,22 +96,10 @@ def test_gunicorn_two_workers_one_generator_that_moves_when_its_worker_dies(
         held.sendall(b"\r\n")
         assert b" 200 " in held.recv(1024)
         held.close()
-        wait_for(otlp_http, lambda r: demo_logs(r, "Demo traffic is already running"), "standby")
-        assert_demo_telemetry_arrives(otlp_http)
-        assert_one_generator(otlp_http)
+        assert_demo_telemetry(otlp_http, SERVICE)
+        assert_one_generator(otlp_http, standing_by=1)
         assert len(server.children()) == 2
-
-        lock_file = demo_logs(otlp_http, "Demo traffic is already running")[0].attributes[
-            "lock_file"
-        ]
-        leader = flock_holder(lock_file)
-        assert leader in server.children()
-        killed_at = time.time_ns()
-        os.kill(leader, signal.SIGKILL)
-        wait_for(otlp_http, lambda r: len(generators_started(r)) == 2, "the standby to take over")
-        took_over_at = generators_started(otlp_http)[1].time_ns
-        assert (took_over_at - killed_at) / 1e9 < 2 * TICK_MS / 1000 + 0.3
-        assert flock_holder(lock_file) in server.children()
+        assert_takeover_within_two_ticks(otlp_http)
         assert_clean_stop(server, otlp_http, signal.SIGTERM)
 
 
