@@ -127,7 +127,10 @@ def test_flask_commands_and_testing_clients_start_nothing(
     assert "hello_world" in routes.stdout
     client_script = """
 import threading
+from myapp.demo_traffic import attach
 from myapp.demo_traffic_app import app
+
+assert attach(app) is app and len(app.before_request_funcs[None]) == 1, "attached twice"
 
 app.testing = True
 assert app.test_client().get("/").status_code == 200
