@@ -138,6 +138,10 @@ def stopped() -> int:
     return sum(r.getMessage() == "Demo traffic stopped" for r in records)
 
 
+def standing_by() -> int:
+    return sum(r.getMessage().startswith("Demo traffic is already running") for r in records)
+
+
 def wait_until(predicate, timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -148,8 +152,9 @@ def wait_until(predicate, timeout: float = 5.0) -> None:
 
 
 def run_script(project: Path, body: str, timeout: float = 30.0) -> str:
-    """Run ``body`` (with the prelude's ``started()``, ``stopped()``, ``wait_until()``) in a
-    fresh interpreter in ``project``; it must exit 0 and print nothing unclean."""
+    """Run ``body`` (with the prelude's ``started()``, ``stopped()``, ``standing_by()`` and
+    ``wait_until()``) in a fresh interpreter in ``project``; it must exit 0 and print
+    nothing unclean."""
     script = project / f"check_{time.monotonic_ns()}.py"
     script.write_text(SCRIPT_PRELUDE + textwrap.dedent(body))
     env = {

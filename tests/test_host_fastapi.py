@@ -3,12 +3,13 @@ plus demo traffic started and stopped by the app's lifespan."""
 
 from __future__ import annotations
 
+import os
 import signal
 from pathlib import Path
 
 import pytest
 
-from host_servers import Server, sample_project
+from host_servers import Server, demo_logs, generators_started, sample_project, wait_for
 from lifespan_hosts import (
     assert_clean_stop,
     assert_demo_telemetry,
@@ -65,6 +66,29 @@ def test_two_uvicorn_workers_run_one_generator_and_a_standby_takes_over(
         assert_clean_stop(server, otlp_http, signal.SIGINT)
 
 
+def test_uvicorn_reload_runs_one_generator_in_the_serving_child(
+    project: Path, otlp_http: OtlpReceiver
+) -> None:
+    command = ["uvicorn", "myapp.observability.demo_traffic_app:app", "--port", "{port}"]
+    command += ["--reload", "--reload-dir", str(project / "myapp")]
+    with Server.start(command, project, otlp_http, service_name=SERVICE) as server:
+        assert server.wait_until_serving("/").status == 200
+        assert_one_generator(otlp_http)
+        os.utime(project / "myapp" / "main.py")  # a code change: uvicorn restarts its child
+        wait_for(
+            otlp_http,
+            lambda r: len(generators_started(r)) == 2,
+            "the restarted child's generator",
+            timeout=20,
+        )
+        # The old child's generator stopped before the new one started: never two at once.
+        stops = demo_logs(otlp_http, "Demo traffic stopped")
+        assert len(stops) == 1
+        assert stops[0].time_ns < generators_started(otlp_http)[1].time_ns
+        assert_clean_stop(server, otlp_http, signal.SIGINT)
+        assert len(demo_logs(otlp_http, "Demo traffic stopped")) == 2
+
+
 def test_attach_keeps_the_apps_lifespan_and_starts_one_generator_however_often_attached(
     project: Path,
 ) -> None:
@@ -88,6 +112,7 @@ def test_attach_keeps_the_apps_lifespan_and_starts_one_generator_however_often_a
             wait_until(lambda: started() == 1)
             time.sleep(0.3)
         assert started() == 1 and stopped() == 1
+        assert standing_by() == 0  # a second generator would have stood by
         """,
     )
     assert output.index("myapp's own lifespan started") < output.index("Demo traffic started")
@@ -115,6 +140,7 @@ def test_lifespan_argument_and_attach_together_still_start_one_generator(project
             wait_until(lambda: started() == 1)
             time.sleep(0.3)
         assert started() == 1 and stopped() == 1
+        assert standing_by() == 0  # a second generator would have stood by
         """,
     )
 

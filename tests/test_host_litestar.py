@@ -75,6 +75,7 @@ def test_attach_runs_after_the_apps_lifespan_and_starts_one_generator(project: P
             wait_until(lambda: started() == 1)
             time.sleep(0.3)
         assert started() == 1 and stopped() == 1
+        assert standing_by() == 0  # a second generator would have stood by
         """,
     )
     assert output.index("myapp's own lifespan started") < output.index("Demo traffic started")
@@ -98,6 +99,7 @@ def test_lifespan_in_the_constructor_keeps_the_apps_own(project: Path) -> None:
             wait_until(lambda: started() == 1)
             time.sleep(0.3)
         assert started() == 1 and stopped() == 1
+        assert standing_by() == 0  # a second generator would have stood by
         """,
     )
     assert output.index("myapp's own lifespan started") < output.index("Demo traffic started")

@@ -83,6 +83,7 @@ def test_attach_through_plain_asgi_middleware_keeps_lifespan_state_and_headers(
             wait_until(lambda: started() == 1)
             time.sleep(0.3)
         assert started() == 1 and stopped() == 1
+        assert standing_by() == 0  # a second generator would have stood by
         """,
     )
     assert output.index("myapp's own lifespan started") < output.index("Demo traffic started")
