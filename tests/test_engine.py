@@ -320,9 +320,7 @@ def test_http_methods_and_paths_are_uniform(sample: Sample) -> None:
 
 def test_http_statuses_follow_weights_4_1_1_1_of_7(sample: Sample) -> None:
     statuses = Counter(attributes(span)["http.status_code"] for span in sample.kinds()["http"])
-    assert_distribution(statuses, STATUS_WEIGHTS)
-    share_200 = statuses[200] / sum(statuses.values())
-    assert 0.47 < share_200 < 0.67, statuses
+    assert_distribution(statuses, STATUS_WEIGHTS)  # uniform statuses score chi2 > 100 here
 
 
 def test_db_tables_and_job_types_are_uniform(sample: Sample) -> None:
