@@ -113,7 +113,7 @@ def assert_clean_stop(
     else:
         took = server.stop(signal_number)
     assert took < STOP_WITHIN_S, f"took {took:.1f} s to stop:\n{server.output()}"
-    wait_for(receiver, lambda r: demo_logs(r, "Demo traffic stopped"), "the stop record", 5)
+    wait_for(receiver, lambda r: demo_logs(r, "Demo traffic stopped"), "the stop record", 15)
     unclean = list(lines_without(server.output()))
     assert not unclean, server.output()
 
