@@ -15,6 +15,10 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def main() -> int:
+    if sys.argv[1:2] == ["--prometheus"]:
+        from demo_prometheus import main as prometheus_demo
+
+        return prometheus_demo(sys.argv[2:])
     seconds = sys.argv[1] if len(sys.argv) > 1 else "6"
     with tempfile.TemporaryDirectory(prefix="demo-traffic-") as folder:
         project = Path(folder)
