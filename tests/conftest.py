@@ -6,6 +6,7 @@ what it renders against the real OpenTelemetry SDK with in-memory exporters.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import sys
@@ -118,6 +119,13 @@ def collected(monkeypatch: pytest.MonkeyPatch) -> Iterator[Collected]:
     """
     for variable in ("DEMO_TRAFFIC_ENABLED", "DEMO_TRAFFIC_INTERVAL_MS", "DEMO_TRAFFIC_SEED"):
         monkeypatch.delenv(variable, raising=False)
+    with collecting() as providers:
+        yield providers
+
+
+@contextlib.contextmanager
+def collecting() -> Iterator[Collected]:
+    """What the ``collected`` fixture gives, for samples shared by a module's tests."""
     spans = InMemorySpanExporter()
     tracer_provider = TracerProvider()
     tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
