@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import os
 import statistics
 from collections import defaultdict
@@ -29,9 +30,12 @@ pytestmark = pytest.mark.timeout(60)
 TREE_INTERVAL_MS = 20
 TREE_SECONDS = 5.0
 # Latencies are log-normal: p99 / p50 = e^(2.326 sigma); the database's sigma is 0.8 (6.4).
-DB_TAIL_BAND = (4.0, 10.0)
+# A busy machine's scheduling lateness only lengthens the tail, so the upper bounds are loose;
+# the spread of the middle half (log q75 - log q25 = 1.349 sigma) pins sigma down.
+DB_TAIL_BAND = (4.0, 14.0)
+DB_SIGMA_BAND = (0.45, 1.2)  # measured 0.66 on an idle machine: sleeps overshoot a little
 # A whole request adds up a few of them; still far from the reference's uniform ~2.
-HTTP_TAIL_BAND = (2.5, 10.0)
+HTTP_TAIL_BAND = (2.5, 14.0)
 NESTING_SLACK_NS = 0  # the SDK's clock never lets a child outlive its parent's end
 
 
@@ -189,6 +193,9 @@ def test_latencies_have_long_tails(tree_sample: TreeSample) -> None:
         if span.name.split(" ")[0] in {"SELECT", "INSERT", "UPDATE", "DELETE"}
     ]
     db_tail = tail(queries)
+    durations = [float(span.end_time - span.start_time) for span in queries]
+    sigma = math.log(quantile(durations, 0.75) / quantile(durations, 0.25)) / 1.349
+    assert DB_SIGMA_BAND[0] <= sigma <= DB_SIGMA_BAND[1], f"db sigma = {sigma:.2f}"
     http_tail = tail(tree_sample.of_kind(SpanKind.SERVER))
     assert DB_TAIL_BAND[0] <= db_tail <= DB_TAIL_BAND[1], f"db p99/p50 = {db_tail:.2f}"
     assert HTTP_TAIL_BAND[0] <= http_tail <= HTTP_TAIL_BAND[1], f"http p99/p50 = {http_tail:.2f}"
