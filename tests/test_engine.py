@@ -405,7 +405,8 @@ def test_metrics_in_seconds_with_semconv_bucket_advice(sample: Sample) -> None:
         assert sum(point.count for point in points) == spans, name  # one per activity
         # Seconds, not milliseconds: every value lies in (about) the activity's range / 1000.
         assert min(point.min for point in points) >= (low_ms - EARLY_SLACK_MS) / 1000, name
-        assert max(point.max for point in points) <= 2 * high_ms / 1000, name
+        # (a load spike may stretch one wait; milliseconds would be 1000 times larger)
+        assert max(point.max for point in points) <= 10 * high_ms / 1000, name
     job_types = {
         point.attributes["job.type"] for point in sample.metric("job.duration").data.data_points
     }
@@ -438,6 +439,7 @@ def test_histogram_exemplars_point_at_the_spans_that_recorded_them(sample: Sampl
         "cache.operations": "cache",
     }
     linked = Counter[str]()
+    near_span_duration = Counter[bool]()
     for name, kind in expected_kind.items():
         for point in sample.metric(name).data.data_points:
             assert point.exemplars, f"{name} point {dict(point.attributes)} has no exemplar"
@@ -447,9 +449,13 @@ def test_histogram_exemplars_point_at_the_spans_that_recorded_them(sample: Sampl
                 assert kind_of(span) == kind
                 if kind != "cache":  # the recorded duration is the span's own
                     assert exemplar.value * 1000 <= duration_ms(span) + EARLY_SLACK_MS
-                    assert exemplar.value * 1000 >= duration_ms(span) - 5 * LATE_SLACK_MS
+                    # A busy machine may now and then pause the thread between the wait and
+                    # the span's end; nearly every value must still match its span.
+                    near = exemplar.value * 1000 >= duration_ms(span) - 5 * LATE_SLACK_MS
+                    near_span_duration[near] += 1
                 linked[name] += 1
     assert all(linked[name] >= 2 for name in expected_kind), linked
+    assert near_span_duration[True] >= 0.95 * sum(near_span_duration.values()), near_span_duration
 
 
 def test_activity_logs_are_emitted_inside_their_span(sample: Sample) -> None:
