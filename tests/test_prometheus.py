@@ -9,10 +9,13 @@ started here on 127.0.0.1, scrapes them every second. Nothing is mocked.
 
 from __future__ import annotations
 
+import os
 from contextlib import ExitStack
 from pathlib import Path
 
-from host_servers import Server, free_port, sample_project
+import pytest
+
+from host_servers import Server, demo_logs, free_port, sample_project
 from otlp_receiver import OtlpHttpReceiver
 from prometheus_server import Prometheus, prometheus_exporter_env, wait_until_exposed
 
@@ -43,8 +46,12 @@ WINDOW = "10s"  # the rate() window: ten scrapes
 
 
 def test_prometheus_scrapes_fastapi_and_flask_and_promql_sees_every_demo_series(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # The servers inherit this process's environment: no DEMO_TRAFFIC_* setting that another
+    # test left behind may change what they play.
+    for variable in [name for name in os.environ if name.startswith("DEMO_TRAFFIC_")]:
+        monkeypatch.delenv(variable)
     with ExitStack() as stack:
         receiver = OtlpHttpReceiver().start()  # traces and logs; metrics go to Prometheus
         stack.callback(receiver.stop)
@@ -69,7 +76,11 @@ def test_prometheus_scrapes_fastapi_and_flask_and_promql_sees_every_demo_series(
             # attribute more than the generator's: whichever records second has its label
             # values shifted. So the generator records first, as in an app not yet serving.
             requests = "http_server_request_duration_seconds_count"
-            wait_until_exposed(server, exporter_ports[job], requests, SCOPE)
+            try:
+                wait_until_exposed(server, exporter_ports[job], requests, SCOPE)
+            except AssertionError as error:
+                said = [str(record.body) for record in demo_logs(receiver)]
+                raise AssertionError(f"{error}\nthe generator said: {said}") from None
             assert server.wait_until_serving("/").status == 200
         prometheus = stack.enter_context(Prometheus.start(exporter_ports, tmp_path / "prometheus"))
         prometheus.wait_for_scrapes(SCRAPES)
