@@ -530,6 +530,8 @@ def test_log_levels_match_the_reference(sample: Sample) -> None:
 
 
 def test_log_records_carry_structured_extras(sample: Sample) -> None:
+    # Durations are in milliseconds (the lower bounds fail for seconds); the upper bounds
+    # leave room for a wait a busy machine stretched.
     seen = Counter[str]()
     for record in sample.logs:
         body = str(record.body)
@@ -541,12 +543,12 @@ def test_log_records_carry_structured_extras(sample: Sample) -> None:
             assert metadata["status"] == int(status)
             assert re.fullmatch(r"[0-9a-f]{16}", metadata["request_id"])
             assert abs(metadata["duration_ms"] - int(shown_ms)) <= 1
-            assert 5 - EARLY_SLACK_MS <= metadata["duration_ms"] <= 2 * 150
+            assert 5 - EARLY_SLACK_MS <= metadata["duration_ms"] <= 10 * 150
             seen["http"] += 1
         elif match := DB_MESSAGE.match(body):
             assert metadata["table"] == match.group(2)
             assert metadata["operation"] == match.group(1)
-            assert 1 - EARLY_SLACK_MS <= metadata["duration_ms"] <= 2 * 50
+            assert 1 - EARLY_SLACK_MS <= metadata["duration_ms"] <= 10 * 50
             seen["db"] += 1
         elif match := JOB_STARTED.match(body):
             assert metadata["job"] == match.group(1)
@@ -554,7 +556,7 @@ def test_log_records_carry_structured_extras(sample: Sample) -> None:
             seen["job started"] += 1
         elif match := JOB_COMPLETED.match(body):
             assert metadata["job"] == match.group(1)
-            assert 50 - EARLY_SLACK_MS <= metadata["duration_ms"] <= 2 * 500
+            assert 50 - EARLY_SLACK_MS <= metadata["duration_ms"] <= 10 * 500
             seen["job completed"] += 1
         elif match := CACHE_MESSAGE.match(body):
             assert metadata["key"] == match.group(2)

@@ -54,7 +54,9 @@ def test_two_hypercorn_workers_run_one_generator(project: Path, otlp_http: OtlpR
         assert server.wait_until_serving("/").status == 200
         assert_one_generator(otlp_http, standing_by=1)
         # Ctrl-C: hypercorn's workers ignore SIGINT and stop when the main process says so.
-        assert_clean_stop(server, otlp_http, signal.SIGINT)
+        # As soon as one worker has exited, hypercorn terminates the others, so the leader,
+        # still finishing its in-flight work, may die before its last records are sent.
+        assert_clean_stop(server, otlp_http, signal.SIGINT, stop_record=False)
 
 
 def test_attach_through_plain_asgi_middleware_keeps_lifespan_state_and_headers(
