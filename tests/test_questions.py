@@ -81,7 +81,7 @@ OUTSIDE = "is not inside the package 'myapp': use myapp, src/myapp or a subpacka
 TOO_SMALL = "is too small: use at least 10 (milliseconds; the default is 2000)."
 TOO_LARGE = "is more than an hour: use at most 3600000 (the default is 2000)."
 EMPTY_DIR = "give the folder of your package, e.g. myapp or src/myapp."
-NOT_INT = "invalid literal for int() with base 10: "
+NOT_INT = "is not a whole number of milliseconds: write digits only, e.g. 2000."
 NOT_A_CHOICE = "Invalid choice for 'framework': "
 NOT_TARGET = "is not module:attribute or module:factory()"
 NOT_DOTTED = "is not a dotted module path"
@@ -128,9 +128,11 @@ BAD_ANSWERS = [
     refused("interval_ms", "9", f"interval_ms 9 {TOO_SMALL}"),
     refused("interval_ms", 3_600_001, f"interval_ms 3600001 {TOO_LARGE}"),
     # Copier casts to int before any validator runs, and reports the cast in its own words.
-    refused("interval_ms", "abc", f"{NOT_INT}'abc'", in_copier_words=True),
-    refused("interval_ms", "2s", f"{NOT_INT}'2s'", in_copier_words=True),
-    refused("interval_ms", "", f"{NOT_INT}''", in_copier_words=True),
+    refused("interval_ms", "abc", f'interval_ms "abc" {NOT_INT}'),
+    refused("interval_ms", "2s", f'interval_ms "2s" {NOT_INT}'),
+    refused("interval_ms", "", f"interval_ms null {NOT_INT}"),
+    refused("interval_ms", "2.5", f"interval_ms 2.5 {NOT_INT}"),
+    refused("interval_ms", "true", f"interval_ms true {NOT_INT}"),
     # Copier checks choices before the validator, in its own words too (and then lists them).
     refused("framework", "rails", f"{NOT_A_CHOICE}'rails' is not in", in_copier_words=True),
     refused("framework", "", f"{NOT_A_CHOICE}'' is not in", in_copier_words=True),
