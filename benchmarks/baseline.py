@@ -16,6 +16,7 @@ from typing import Any
 
 from opentelemetry import context
 from opentelemetry.trace import SpanKind
+
 from sdk import LOGGER_NAME, Sdk
 
 logger = logging.getLogger(LOGGER_NAME)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import itertools
 import logging
 import sys
 import warnings
@@ -55,14 +56,12 @@ def render(destination: Path, **answers: Any) -> Path:
     return destination
 
 
-_counter = 0
+_module_numbers = itertools.count(1)
 
 
 def load_module(path: Path) -> ModuleType:
     """Import a rendered module from its file under a unique name (variants share names)."""
-    global _counter
-    _counter += 1
-    name = f"rendered_demo_traffic_{_counter}"
+    name = f"rendered_demo_traffic_{next(_module_numbers)}"
     spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

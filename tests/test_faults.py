@@ -26,7 +26,6 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from conftest import Collected
 from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk._logs import LoggerProvider
@@ -49,6 +48,8 @@ from opentelemetry.sdk.trace.export import (
     SpanExporter,
     SpanExportResult,
 )
+
+from conftest import Collected
 
 pytestmark = pytest.mark.timeout(60)
 

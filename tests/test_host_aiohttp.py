@@ -18,6 +18,7 @@ from types import ModuleType
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+
 from conftest import load_module
 from host_servers import (
     Response,

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from host_servers import (
     TICK_MS,
     Server,

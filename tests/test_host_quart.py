@@ -18,6 +18,8 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from quart import Quart
+
 from conftest import load_module
 from host_servers import (
     Response,
@@ -34,7 +36,6 @@ from lifespan_hosts import (
     assert_one_generator,
 )
 from otlp_receiver import OtlpHttpReceiver
-from quart import Quart
 from test_quality import assert_reads_hand_written, check_python_files
 
 SERVICE = "shop-quart"

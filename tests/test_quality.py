@@ -38,7 +38,9 @@ def check_python_files(files: list[Path], cwd: Path, mypy_cache: Path | None = N
         [str(VENV_BIN / "ruff"), "format", "--check", "--no-cache", *config, *names],
         [str(VENV_BIN / "mypy"), "--strict", "--python-version", "3.10", *cache, *names],
     ):
-        result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=180)
+        result = subprocess.run(
+            command, cwd=cwd, capture_output=True, text=True, timeout=180, check=False
+        )
         assert result.returncode == 0, f"{command[0]} failed:\n{result.stdout}{result.stderr}"
 
 
@@ -71,4 +73,18 @@ def test_answers_become_python_literals(variant: Path) -> None:
     app_name = re.search(r'^APP_NAME = "([A-Za-z_][A-Za-z0-9_]*)"$', text, re.MULTILINE)
     interval = re.search(r"^INTERVAL_MS = (\d+)$", text, re.MULTILINE)
     assert app_name is not None and interval is not None
-    assert f'logger = logging.getLogger(f"{{APP_NAME}}.demo_traffic")' in text
+    assert 'logger = logging.getLogger(f"{APP_NAME}.demo_traffic")' in text
+
+
+def test_repository_tooling_passes_ruff() -> None:
+    """The template's own tests, scripts and benchmarks follow the same rules they enforce."""
+    config = ["--config", str(REPO / "pyproject.toml")]
+    folders = ["tests", "scripts", "benchmarks"]
+    for command in (
+        [str(VENV_BIN / "ruff"), "check", "--no-cache", *config, *folders],
+        [str(VENV_BIN / "ruff"), "format", "--check", "--no-cache", *config, *folders],
+    ):
+        result = subprocess.run(
+            command, cwd=REPO, capture_output=True, text=True, timeout=120, check=False
+        )
+        assert result.returncode == 0, f"{command[1]} failed:\n{result.stdout}{result.stderr}"
