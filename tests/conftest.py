@@ -90,6 +90,12 @@ class Collected:
     metrics: InMemoryMetricReader
     logs: InMemoryLogRecordExporter
 
+    def traffic(self, demo: ModuleType, **settings: Any) -> Any:
+        """A ``DemoTraffic`` from the rendered module ``demo`` that reports to these providers."""
+        return demo.DemoTraffic(
+            tracer_provider=self.tracer_provider, meter_provider=self.meter_provider, **settings
+        )
+
     def finished_spans(self) -> list[Any]:
         return list(self.spans.get_finished_spans())
 

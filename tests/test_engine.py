@@ -584,11 +584,10 @@ def test_warnings_and_errors_every_period_first_at_start(
     demo: ModuleType, collected: Any, interval_ms: int
 ) -> None:
     warning_every_s, error_every_s, seconds = 0.25, 0.6, 1.95
-    traffic = demo.DemoTraffic(
+    traffic = collected.traffic(
+        demo,
         interval_ms=interval_ms,
         seed=5,
-        tracer_provider=collected.tracer_provider,
-        meter_provider=collected.meter_provider,
         warning_every_s=warning_every_s,
         error_every_s=error_every_s,
     )
@@ -611,12 +610,7 @@ def test_warnings_and_errors_every_period_first_at_start(
 
 def test_ticks_do_not_drift(demo: ModuleType, collected: Any) -> None:
     interval_s, ticks = 0.02, 60
-    traffic = demo.DemoTraffic(
-        interval_ms=20,
-        seed=11,
-        tracer_provider=collected.tracer_provider,
-        meter_provider=collected.meter_provider,
-    )
+    traffic = collected.traffic(demo, interval_ms=20, seed=11)
     run_for(traffic, interval_s * ticks + 0.03)
     groups = tick_groups(collected.finished_spans(), interval_s)
     first = groups[0][0]
@@ -637,12 +631,7 @@ def test_ticks_do_not_drift(demo: ModuleType, collected: Any) -> None:
 
 
 def test_demo_spans_are_roots_even_inside_an_active_span(demo: ModuleType, collected: Any) -> None:
-    traffic = demo.DemoTraffic(
-        interval_ms=20,
-        seed=3,
-        tracer_provider=collected.tracer_provider,
-        meter_provider=collected.meter_provider,
-    )
+    traffic = collected.traffic(demo, interval_ms=20, seed=3)
     tracer = collected.tracer_provider.get_tracer("host-app")
 
     async def main() -> None:
@@ -662,13 +651,7 @@ def test_demo_spans_are_roots_even_inside_an_active_span(demo: ModuleType, colle
 
 
 def test_in_flight_activities_are_bounded(demo: ModuleType, collected: Any) -> None:
-    traffic = demo.DemoTraffic(
-        interval_ms=20,
-        seed=8,
-        tracer_provider=collected.tracer_provider,
-        meter_provider=collected.meter_provider,
-        max_in_flight=3,
-    )
+    traffic = collected.traffic(demo, interval_ms=20, seed=8, max_in_flight=3)
     run_for(traffic, 0.6)
     spans = collected.finished_spans()
     events = sorted(
@@ -711,12 +694,7 @@ def test_semconv_stability_opt_in_selects_attribute_names(
 ) -> None:
     if opt_in is not None:
         monkeypatch.setenv("OTEL_SEMCONV_STABILITY_OPT_IN", opt_in)
-    traffic = demo.DemoTraffic(
-        interval_ms=20,
-        seed=4,
-        tracer_provider=collected.tracer_provider,
-        meter_provider=collected.meter_provider,
-    )
+    traffic = collected.traffic(demo, interval_ms=20, seed=4)
     run_for(traffic, 0.4)
     kinds = by_kind(collected.finished_spans())
     assert len(kinds["http"]) >= 3 and len(kinds["db"]) >= 3
@@ -778,12 +756,7 @@ def job_bookkeeping(collected: Any) -> tuple[int, int, int]:
 def test_thread_host_start_stop_is_idempotent_and_clean(
     demo: ModuleType, collected: Any, asyncio_errors: ListHandler
 ) -> None:
-    traffic = demo.DemoTraffic(
-        interval_ms=20,
-        seed=9,
-        tracer_provider=collected.tracer_provider,
-        meter_provider=collected.meter_provider,
-    )
+    traffic = collected.traffic(demo, interval_ms=20, seed=9)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
@@ -819,12 +792,7 @@ def test_thread_host_start_stop_is_idempotent_and_clean(
 
 
 def test_stop_joins_within_its_timeout(demo: ModuleType, collected: Any) -> None:
-    traffic = demo.DemoTraffic(
-        interval_ms=20,
-        seed=10,
-        tracer_provider=collected.tracer_provider,
-        meter_provider=collected.meter_provider,
-    )
+    traffic = collected.traffic(demo, interval_ms=20, seed=10)
     traffic.start()
     time.sleep(0.2)
     began = time.monotonic()
@@ -839,12 +807,7 @@ def test_stop_joins_within_its_timeout(demo: ModuleType, collected: Any) -> None
 def test_loop_host_running_stops_cleanly(
     demo: ModuleType, collected: Any, asyncio_errors: ListHandler
 ) -> None:
-    traffic = demo.DemoTraffic(
-        interval_ms=20,
-        seed=12,
-        tracer_provider=collected.tracer_provider,
-        meter_provider=collected.meter_provider,
-    )
+    traffic = collected.traffic(demo, interval_ms=20, seed=12)
     leftovers: list[set[asyncio.Task[Any]]] = []
     stopping_took: list[float] = []
 
@@ -869,12 +832,7 @@ def test_loop_host_running_stops_cleanly(
 def test_loop_host_run_returns_after_stop(
     demo: ModuleType, collected: Any, asyncio_errors: ListHandler, stopper: str
 ) -> None:
-    traffic = demo.DemoTraffic(
-        interval_ms=20,
-        seed=13,
-        tracer_provider=collected.tracer_provider,
-        meter_provider=collected.meter_provider,
-    )
+    traffic = collected.traffic(demo, interval_ms=20, seed=13)
 
     async def main() -> None:
         task = asyncio.create_task(traffic.run())
@@ -903,12 +861,7 @@ def test_failing_activity_is_logged_and_ticks_go_on(
         raise RuntimeError("simulated failure")
 
     monkeypatch.setattr(demo, "ACTIVITIES", (exploding_activity, demo.http_request))
-    traffic = demo.DemoTraffic(
-        interval_ms=20,
-        seed=14,
-        tracer_provider=collected.tracer_provider,
-        meter_provider=collected.meter_provider,
-    )
+    traffic = collected.traffic(demo, interval_ms=20, seed=14)
     run_for(traffic, 0.5)
     records = collected.log_records()
     failures = [
@@ -934,12 +887,7 @@ def test_disabled_by_environment_does_not_start_and_says_so_once(
     demo: ModuleType, collected: Any, monkeypatch: pytest.MonkeyPatch, value: str
 ) -> None:
     monkeypatch.setenv("DEMO_TRAFFIC_ENABLED", value)
-    traffic = demo.DemoTraffic(
-        interval_ms=20,
-        seed=1,
-        tracer_provider=collected.tracer_provider,
-        meter_provider=collected.meter_provider,
-    )
+    traffic = collected.traffic(demo, interval_ms=20, seed=1)
     try:
         traffic.start()
         traffic.start()
@@ -959,11 +907,7 @@ def test_interval_environment_variable_overrides_constructor(
     demo: ModuleType, collected: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("DEMO_TRAFFIC_INTERVAL_MS", "25")
-    traffic = demo.DemoTraffic(
-        interval_ms=5000,
-        tracer_provider=collected.tracer_provider,
-        meter_provider=collected.meter_provider,
-    )
+    traffic = collected.traffic(demo, interval_ms=5000)
     run_for(traffic, 0.5)
     ticks = len(tick_groups(collected.finished_spans(), 0.025))
     # 0.5 s / 25 ms = 20 (fewer if a busy machine holds the loop up), not one per 5 s.
@@ -972,12 +916,7 @@ def test_interval_environment_variable_overrides_constructor(
 
 def sequence(demo: ModuleType, collected: Any, seed: int | None) -> list[tuple[Any, ...]]:
     collected.spans.clear()
-    traffic = demo.DemoTraffic(
-        interval_ms=20,
-        seed=seed,
-        tracer_provider=collected.tracer_provider,
-        meter_provider=collected.meter_provider,
-    )
+    traffic = collected.traffic(demo, interval_ms=20, seed=seed)
     run_for(traffic, 0.4)
     spans = sorted(collected.finished_spans(), key=lambda span: span.start_time)
     return [(span.name, sorted(attributes(span).items())) for span in spans]
@@ -1044,12 +983,7 @@ def test_logger_lets_debug_records_through_by_default(
     demo: ModuleType, collected: Any, pristine_logger: logging.Logger
 ) -> None:
     assert not pristine_logger.isEnabledFor(logging.DEBUG)  # the root's WARNING, before
-    traffic = demo.DemoTraffic(
-        interval_ms=20,
-        seed=15,
-        tracer_provider=collected.tracer_provider,
-        meter_provider=collected.meter_provider,
-    )
+    traffic = collected.traffic(demo, interval_ms=20, seed=15)
     run_for(traffic, 0.3)
     debug = [r for r in collected.log_records() if r.severity_number == SeverityNumber.DEBUG]
     assert len(debug) >= 5
@@ -1059,12 +993,7 @@ def test_logger_keeps_a_level_the_app_chose(
     demo: ModuleType, collected: Any, pristine_logger: logging.Logger
 ) -> None:
     pristine_logger.setLevel(logging.INFO)
-    traffic = demo.DemoTraffic(
-        interval_ms=20,
-        seed=15,
-        tracer_provider=collected.tracer_provider,
-        meter_provider=collected.meter_provider,
-    )
+    traffic = collected.traffic(demo, interval_ms=20, seed=15)
     run_for(traffic, 0.3)
     severities = Counter(record.severity_number for record in collected.log_records())
     assert severities[SeverityNumber.INFO] >= 5
@@ -1121,12 +1050,7 @@ def test_without_sdk_one_warning_names_opentelemetry_instrument(rendered: Path) 
 
 
 def test_no_sdk_warning_when_a_tracer_provider_is_passed(demo: ModuleType, collected: Any) -> None:
-    traffic = demo.DemoTraffic(
-        interval_ms=20,
-        seed=1,
-        tracer_provider=collected.tracer_provider,
-        meter_provider=collected.meter_provider,
-    )
+    traffic = collected.traffic(demo, interval_ms=20, seed=1)
     run_for(traffic, 0.1)
     bodies = [str(record.body) for record in collected.log_records()]
     assert any(body.startswith("Demo traffic started") for body in bodies)

@@ -40,12 +40,7 @@ def attributes(item: Any) -> dict[str, Any]:
 
 
 def run(demo: ModuleType, collected: Collected, seconds: float, seed: int) -> None:
-    traffic = demo.DemoTraffic(
-        interval_ms=20,
-        seed=seed,
-        tracer_provider=collected.tracer_provider,
-        meter_provider=collected.meter_provider,
-    )
+    traffic = collected.traffic(demo, interval_ms=20, seed=seed)
 
     async def main() -> None:
         async with traffic.running():

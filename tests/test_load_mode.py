@@ -34,12 +34,7 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch, **variables: str) -> None
 
 def starts_after_start(demo: ModuleType, collected: Collected, seconds: float) -> list[float]:
     """Run the generator; return each activity's start, in seconds after the generator's."""
-    traffic = demo.DemoTraffic(
-        interval_ms=2000,
-        seed=31,
-        tracer_provider=collected.tracer_provider,
-        meter_provider=collected.meter_provider,
-    )
+    traffic = collected.traffic(demo, interval_ms=2000, seed=31)
 
     async def main() -> None:
         async with traffic.running():
@@ -110,12 +105,7 @@ def test_daily_curve_thins_ticks_too(
     demo: ModuleType, collected: Collected, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     clean_environment(monkeypatch, DEMO_TRAFFIC_DAILY_CURVE="on", DEMO_TRAFFIC_DAY_S="2")
-    traffic = demo.DemoTraffic(
-        interval_ms=20,
-        seed=32,
-        tracer_provider=collected.tracer_provider,
-        meter_provider=collected.meter_provider,
-    )
+    traffic = collected.traffic(demo, interval_ms=20, seed=32)
     assert traffic.settings.daily_curve and traffic.settings.day_s == 2.0
 
     async def main() -> None:

@@ -105,12 +105,7 @@ class TreeSample:
 def tree_sample(demo: ModuleType) -> Iterator[TreeSample]:
     with pytest.MonkeyPatch.context() as monkeypatch, collecting() as collected:
         clean_environment(monkeypatch, DEMO_TRAFFIC_PROFILE="realistic")
-        traffic = demo.DemoTraffic(
-            interval_ms=TREE_INTERVAL_MS,
-            seed=5,
-            tracer_provider=collected.tracer_provider,
-            meter_provider=collected.meter_provider,
-        )
+        traffic = collected.traffic(demo, interval_ms=TREE_INTERVAL_MS, seed=5)
         run_for(traffic, TREE_SECONDS)
         yield TreeSample(collected.finished_spans(), collected)
 
@@ -235,13 +230,8 @@ def test_marking_off_leaves_no_mark(
     demo: ModuleType, collected: Collected, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     clean_environment(monkeypatch, DEMO_TRAFFIC_SYNTHETIC="off")
-    traffic = demo.DemoTraffic(
-        interval_ms=20,
-        seed=8,
-        tracer_provider=collected.tracer_provider,
-        meter_provider=collected.meter_provider,
-        warning_every_s=0.2,
-        error_every_s=0.3,
+    traffic = collected.traffic(
+        demo, interval_ms=20, seed=8, warning_every_s=0.2, error_every_s=0.3
     )
     run_for(traffic, 1.0)
     spans = collected.finished_spans()
@@ -257,12 +247,7 @@ def test_reference_profile_is_marked_by_adding_only(
     demo: ModuleType, collected: Collected, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     clean_environment(monkeypatch)
-    traffic = demo.DemoTraffic(
-        interval_ms=20,
-        seed=9,
-        tracer_provider=collected.tracer_provider,
-        meter_provider=collected.meter_provider,
-    )
+    traffic = collected.traffic(demo, interval_ms=20, seed=9)
     run_for(traffic, 0.6)
     spans = collected.finished_spans()
     assert len(spans) >= 60
