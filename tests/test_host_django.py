@@ -10,17 +10,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from host_servers import (
-    TICK_MS,
     Server,
     demo_logs,
-    generators_started,
-    lines_without,
     sample_project,
     telemetry_env,
 )
@@ -28,7 +24,8 @@ from lifespan_hosts import (
     assert_clean_stop,
     assert_demo_telemetry,
     assert_one_generator,
-    assert_takeover_after_leader_dies,
+    assert_quiet_prompt_stop,
+    assert_takeover_within_two_ticks,
 )
 from otlp_receiver import OtlpReceiver
 from test_quality import assert_reads_hand_written, check_python_files
@@ -37,22 +34,6 @@ SERVICE = "shop-web"  # what Server.start names the served app
 
 DEMO_SETTINGS = {"DJANGO_SETTINGS_MODULE": "myapp.demo_traffic_settings"}
 BIN = Path(sys.executable).parent
-
-
-def assert_quiet_prompt_stop(server: Server) -> None:
-    """Ctrl-C with a reloader: its parent SIGKILLs the serving child 0.25 s later (that is
-    what subprocess.call does on KeyboardInterrupt), often before the generator's last
-    records are exported, so only a prompt exit with nothing unclean printed is checked."""
-    took = server.stop(signal.SIGINT)
-    assert took < 5, f"took {took:.1f} s to stop:\n{server.output()}"
-    assert not list(lines_without(server.output())), server.output()
-
-
-def assert_takeover_within_two_ticks(receiver: OtlpReceiver) -> None:
-    killed_at = time.time_ns()
-    assert_takeover_after_leader_dies(receiver)
-    took_over_at = generators_started(receiver)[1].time_ns
-    assert (took_over_at - killed_at) / 1e9 < 2 * TICK_MS / 1000 + 0.3
 
 
 def django_project(tmp_path: Path) -> Path:
