@@ -412,3 +412,17 @@ def test_head_and_options_alone_leave_the_reference_routes(project: Project) -> 
     assert set(traffic._telemetry.routes) == REFERENCE_ROUTES
     traffic.use_routes([("GET", "/a"), ("HEAD", "/a"), ("GET", "/a")])
     assert traffic._telemetry.routes == (("GET", "/a"),)
+
+
+@pytest.mark.parametrize("project", ["fastapi"], indirect=True)
+def test_a_router_that_fails_to_list_its_routes_neither_stops_the_app_nor_the_demo(
+    project: Project, server_spans: Any
+) -> None:
+    app = project.app_module("main").app
+
+    def broken_openapi() -> dict[str, Any]:
+        raise RuntimeError("schema generation failed")
+
+    app.openapi = broken_openapi
+    assert serve_starlette(project.demo, app) == 0
+    assert routes_played(server_spans()) == REFERENCE_ROUTES
