@@ -147,6 +147,10 @@ def assert_logs_and_metrics_follow_the_spans(collected: Collected, marked: list[
     ("spec", "expected"),
     [
         ("latency:db:5", ("latency", "db", 5.0, None, None)),
+        ("latency:db:x5:every=10m:for=2m", ("latency", "db", 5.0, 600.0, 120.0)),
+        ("latency:job:2.5x", ("latency", "job", 2.5, None, None)),
+        ("errors:http:30%:every=15m:for=1m", ("errors", "http", 0.3, 900.0, 60.0)),
+        ("outage:cache:100%", ("outage", "cache", 1.0, None, None)),
         ("latency:db:2.5x:for=90s", ("latency", "db", 2.5, None, 90.0)),
         ("errors:http:0.2:every=10m:for=2m", ("errors", "http", 0.2, 600.0, 120.0)),
         ("ERRORS:job:20%:for=500ms", ("errors", "job", 0.2, None, 0.5)),
