@@ -32,10 +32,10 @@ TREE_SECONDS = 5.0
 # Latencies are log-normal: p99 / p50 = e^(2.326 sigma); the database's sigma is 0.8 (6.4).
 # A busy machine's scheduling lateness only lengthens the tail, so the upper bounds are loose;
 # the spread of the middle half (log q75 - log q25 = 1.349 sigma) pins sigma down.
-DB_TAIL_BAND = (4.0, 14.0)
+DB_TAIL_BAND = (4.0, 40.0)  # a load spike can stretch the slowest 1 % a lot
 DB_SIGMA_BAND = (0.45, 1.2)  # measured 0.66 on an idle machine: sleeps overshoot a little
 # A whole request adds up a few of them; still far from the reference's uniform ~2.
-HTTP_TAIL_BAND = (2.0, 14.0)  # measured 2.5 to 3.7
+HTTP_TAIL_BAND = (2.0, 40.0)  # measured 2.5 to 3.7 idle, 27 once on a loaded machine
 NESTING_SLACK_NS = 0  # the SDK's clock never lets a child outlive its parent's end
 
 
