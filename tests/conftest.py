@@ -10,6 +10,7 @@ import contextlib
 import importlib.util
 import itertools
 import logging
+import signal
 import sys
 import warnings
 from collections.abc import Iterator
@@ -32,6 +33,12 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 pytest_plugins = ["otlp_receiver"]
 
 REPO = Path(__file__).resolve().parent.parent
+
+# A run started in the background (`nohup …`, `… &` in a script) inherits an ignored SIGINT,
+# and so would every server the tests start: Python leaves an ignored SIGINT ignored, and
+# the Ctrl-C tests could never stop them. The workers restore the default before any test.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 DEFAULT_ANSWERS: dict[str, Any] = {"app_name": "myapp"}
 
