@@ -66,10 +66,11 @@ def test_arrivals_are_poisson_not_ticks(
     clean_environment(monkeypatch, DEMO_TRAFFIC_RATE=str(RATE))
     starts = [start for start in starts_after_start(demo, collected, SECONDS) if start > 0.1]
     gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
-    # Exponential gaps: the standard deviation equals the mean (a tick's burst gives ~0 gaps
-    # then one long one, far more spread; an even pace gives none).
-    spread = statistics.stdev(gaps) / statistics.mean(gaps)
-    assert 0.8 < spread < 1.25, f"coefficient of variation {spread:.2f}"
+    # Exponential gaps: the median gap is ln 2 = 0.69 of the mean (a tick's burst gives ~0
+    # median gaps, an even pace 1.0). Unlike the standard deviation, the median barely moves
+    # when a busy machine stalls the loop once and bunches a few arrivals.
+    median_share = statistics.median(gaps) / statistics.mean(gaps)
+    assert 0.55 < median_share < 0.85, f"median gap / mean gap {median_share:.2f}"
     # Counts in 50 ms bins: a Poisson count's variance equals its mean.
     bins = [0] * int((SECONDS - 0.2) / 0.05)
     for start in starts:
