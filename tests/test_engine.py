@@ -28,14 +28,9 @@ from typing import Any
 
 import pytest
 from opentelemetry._logs import SeverityNumber
-from opentelemetry.sdk._logs import LoggerProvider
-from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
+
+from conftest import collecting
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -246,45 +241,23 @@ class Sample:
 
 @pytest.fixture(scope="module")
 def sample(demo: ModuleType) -> Sample:
-    spans = InMemorySpanExporter()
-    tracer_provider = TracerProvider()
-    tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
-    reader = InMemoryMetricReader()
-    meter_provider = MeterProvider(metric_readers=[reader])
-    logs = InMemoryLogRecordExporter()
-    logger_provider = LoggerProvider()
-    logger_provider.add_log_record_processor(SimpleLogRecordProcessor(logs))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        from opentelemetry.sdk._logs import LoggingHandler
-
-        handler = LoggingHandler(logger_provider=logger_provider)
-    demo_logger = logging.getLogger(LOGGER_NAME)
-    demo_logger.addHandler(handler)
-    try:
-        with pytest.MonkeyPatch.context() as monkeypatch:
-            for variable in os.environ:
-                if variable.startswith(("DEMO_TRAFFIC_", "OTEL_SEMCONV")):
-                    monkeypatch.delenv(variable)
-            traffic = demo.DemoTraffic(
-                interval_ms=SAMPLE_INTERVAL_MS,
-                seed=2024,
-                tracer_provider=tracer_provider,
-                meter_provider=meter_provider,
-                warning_every_s=SAMPLE_WARNING_EVERY_S,
-                error_every_s=SAMPLE_ERROR_EVERY_S,
-            )
-            run_for(traffic, SAMPLE_SECONDS)
-        return Sample(
-            spans=list(spans.get_finished_spans()),
-            logs=[data.log_record for data in logs.get_finished_logs()],
-            metrics=reader.get_metrics_data(),
+    with collecting() as collected, pytest.MonkeyPatch.context() as monkeypatch:
+        for variable in os.environ:
+            if variable.startswith(("DEMO_TRAFFIC_", "OTEL_SEMCONV")):
+                monkeypatch.delenv(variable)
+        traffic = collected.traffic(
+            demo,
+            interval_ms=SAMPLE_INTERVAL_MS,
+            seed=2024,
+            warning_every_s=SAMPLE_WARNING_EVERY_S,
+            error_every_s=SAMPLE_ERROR_EVERY_S,
         )
-    finally:
-        demo_logger.removeHandler(handler)
-        tracer_provider.shutdown()
-        meter_provider.shutdown()
-        logger_provider.shutdown()
+        run_for(traffic, SAMPLE_SECONDS)
+        return Sample(
+            spans=collected.finished_spans(),
+            logs=collected.log_records(),
+            metrics=collected.metrics.get_metrics_data(),
+        )
 
 
 # --- Reference table ----------------------------------------------------------------------
