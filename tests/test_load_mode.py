@@ -78,7 +78,8 @@ def test_arrivals_are_poisson_not_ticks(
         if index < len(bins):
             bins[index] += 1
     dispersion = statistics.variance(bins) / statistics.mean(bins)
-    assert 0.6 < dispersion < 1.6, f"index of dispersion {dispersion:.2f}"
+    # (an even pace gives ~0; a loop stall bunches a few bins, hence the loose upper bound)
+    assert 0.6 < dispersion < 2.5, f"index of dispersion {dispersion:.2f}"
 
 
 def test_daily_curve_is_quiet_at_night_and_busy_at_noon(
